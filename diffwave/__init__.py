@@ -6,7 +6,18 @@ from zoo.diffusion.schedule import DiscreteSchedule
 from .model import WaveNet, WaveNetConfig
 from .unconditional import UnconditionalWaveDiffusion
 
-__all__ = ["WaveNet", "WaveNetConfig", "UnconditionalWaveDiffusion", "build_diffwave", "schedule_from_config"]
+__all__ = ["WaveNet", "WaveNetConfig", "UnconditionalWaveDiffusion", "build_diffwave", "schedule_from_config",
+           "sc09_config"]
+
+
+def sc09_config() -> dict:
+    """The model part of the RF5/philsyn SC09 ``config.json`` (release v0.1): 36 layers, 256 channels, T = 200."""
+    return {
+        "model": "diffwave",
+        "diffusion_config": {"T": 200, "beta_0": 0.0001, "beta_T": 0.02},
+        "wavenet_config": WaveNetConfig().to_dict(),
+        "trainset_config": {"segment_length": 16000, "sampling_rate": 16000},
+    }
 
 
 def schedule_from_config(config: dict) -> DiscreteSchedule:

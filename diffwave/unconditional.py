@@ -27,6 +27,9 @@ class UnconditionalWaveDiffusion(nn.Module):
         config: the full configuration the model was built from (kept for export and release).
     """
 
+    #: upstream release files hold the backbone's state dict (no ``backbone.`` prefix)
+    checkpoint_submodule = "backbone"
+
     def __init__(self, backbone: nn.Module, schedule: DiscreteSchedule, sample_rate: int, num_samples: int,
                  config: Optional[dict] = None):
         super().__init__()

@@ -42,6 +42,23 @@ def spaced_timesteps(T: int, steps: int) -> list[int]:
     return [int(t) for t in grid]
 
 
+def logsnr_timesteps(schedule: DiscreteSchedule, steps: int) -> list[int]:
+    """``steps`` distinct step indices from ``T-1`` down to ``0`` whose ``lambda = log(alpha/sigma)`` is as close
+    as possible to a uniform grid (DPM-Solver's ``logSNR`` spacing); nearest steps are shifted to stay distinct."""
+    T = schedule.T
+    if not 1 <= steps <= T:
+        raise ValueError(f"steps must be in [1, {T}] for a {T}-step model, got {steps}")
+    lam = torch.tensor([schedule.log_snr_half(t) for t in range(T)], dtype=torch.float64)
+    targets = torch.linspace(float(lam[-1]), float(lam[0]), steps, dtype=torch.float64)
+    chosen: list[int] = []
+    for k, target in enumerate(targets):
+        t = int((lam - target).abs().argmin())
+        if chosen:
+            t = min(t, chosen[-1] - 1)          # strictly descending
+        chosen.append(max(t, steps - 1 - k))    # leave room for the remaining steps
+    return chosen
+
+
 class Sampler:
     """Base class: a reverse process over ``self.timesteps`` (descending step indices)."""
 
@@ -137,13 +154,21 @@ class DPMSolverSampler(Sampler):
 
     where ``r = h_prev / h`` and the first step is first order. The last model evaluation maps to the clean sample
     (``sigma = 0``), where both forms reduce to ``x0``. ``steps`` is the number of model evaluations.
+
+    ``spacing='logsnr'`` (default) places the steps uniformly in ``lambda``; ``'time'`` uniformly in the step
+    index. With linear-beta schedules ``lambda`` moves fast near ``t = 0``, where time-uniform steps are too coarse
+    for the second-order correction (measured on Gaussian data in ``tests/test_samplers.py``).
     """
 
     default_steps = 20
 
     def __init__(self, schedule: DiscreteSchedule, steps: Optional[int] = None, order: int = 2,
-                 predict_x0: bool = True):
+                 predict_x0: bool = True, spacing: str = "logsnr"):
         super().__init__(schedule, steps)
+        if spacing == "logsnr":
+            self.timesteps = logsnr_timesteps(schedule, len(self.timesteps))
+        elif spacing != "time":
+            raise ValueError(f"spacing must be 'logsnr' or 'time', got {spacing!r}")
         if order not in (1, 2):
             raise ValueError(f"order must be 1 or 2, got {order}")
         self.order = order

@@ -1,0 +1,86 @@
+"""Generate audio with a model of the zoo and write it as wav files.
+
+Examples:
+    python inference.py -c config.json -n 16                              # release weights, 200-step DDPM
+    python inference.py -c config.json -n 8 --sampler dpm-solver++ --steps 20 --seed 1 --out samples/
+    python inference.py -c config.json -n 4 --ckpt-iter max               # newest checkpoint of your training run
+    python inference.py -n 4 --checkpoint my_model.safetensors --device cpu
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+# config "model" family -> default entrypoint
+DEFAULT_ENTRYPOINT = {"diffwave": "diffwave_sc09"}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-c", "--config", help="RF5-style config.json (output folders, training run, model family)")
+    p.add_argument("-n", "--num-samples", type=int, default=4, help="number of clips to generate (default 4)")
+    p.add_argument("--model", help="hub entrypoint (default: from the config's model family, else diffwave_sc09)")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--checkpoint", help="local path or URL of weights replacing the release")
+    src.add_argument("--ckpt-iter", help="'max' or a step: load that checkpoint of the config's training run")
+    p.add_argument("--sampler", default="ddpm", choices=["ddpm", "ddim", "dpm-solver++", "dpm-solver"])
+    p.add_argument("--steps", type=int, help="model evaluations for ddim/dpm-solver (default 50/20)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (same samples on every device)")
+    p.add_argument("--out", help="output folder (default: the config's gen_config.output_directory, else speeches/)")
+    p.add_argument("--batch-size", type=int, help="clips per forward pass (default: all at once)")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 … (default: CUDA if available)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p.parse_args(argv)
+
+
+def resolve_checkpoint(args, config: dict):
+    """The checkpoint to load: --checkpoint, or --ckpt-iter in the config's training output folder, or None."""
+    if args.checkpoint or args.ckpt_iter is None:
+        return args.checkpoint
+    from zoo.training import find_checkpoint
+
+    directory = config.get("train_config", {}).get("output_directory")
+    if not directory:
+        sys.exit("error: --ckpt-iter needs a config with train_config.output_directory")
+    ckpt_iter = args.ckpt_iter if args.ckpt_iter == "max" else int(args.ckpt_iter)
+    path = find_checkpoint(directory, ckpt_iter)
+    if path is None:
+        sys.exit(f"error: no checkpoint {args.ckpt_iter!r} in {directory}")
+    return str(path)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    config = json.loads(Path(args.config).read_text()) if args.config else {}
+    model_name = args.model or DEFAULT_ENTRYPOINT.get(config.get("model", "diffwave"))
+    import hubconf
+    from zoo.audio import save_wav
+
+    entry = getattr(hubconf, model_name or "", None)
+    if not callable(entry) or model_name.startswith("_"):
+        sys.exit(f"error: unknown model {model_name!r}")
+    checkpoint = resolve_checkpoint(args, config)
+    model = entry(pretrained=True, progress=not args.no_progress, device=args.device, checkpoint=checkpoint)
+    print(f"[inference] {model_name} on {model.device}, weights: {checkpoint or 'release'}")
+    out_dir = Path(args.out or config.get("gen_config", {}).get("output_directory", "speeches"))
+    generator = torch.Generator().manual_seed(args.seed)
+    start = time.perf_counter()
+    audio = model.unconditional_generate(args.num_samples, sampler=args.sampler, steps=args.steps,
+                                         generator=generator, batch_size=args.batch_size,
+                                         progress=not args.no_progress)
+    elapsed = time.perf_counter() - start
+    tag = f"{args.sampler}{args.steps or ''}"
+    for i, clip in enumerate(audio):
+        save_wav(out_dir / f"{model_name}_{tag}_seed{args.seed}_{i:03d}.wav", clip, model.sample_rate)
+    print(f"[inference] wrote {len(audio)} files of {audio.shape[1] / model.sample_rate:.2f} s to {out_dir} "
+          f"in {elapsed:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
