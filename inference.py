@@ -42,16 +42,16 @@ def resolve_checkpoint(args, config: dict):
     """The checkpoint to load: --checkpoint, or --ckpt-iter in the config's training output folder, or None."""
     if args.checkpoint or args.ckpt_iter is None:
         return args.checkpoint
-    from zoo.training import find_checkpoint
+    from zoo.training import find_checkpoints
 
     directory = config.get("train_config", {}).get("output_directory")
     if not directory:
         sys.exit("error: --ckpt-iter needs a config with train_config.output_directory")
-    ckpt_iter = args.ckpt_iter if args.ckpt_iter == "max" else int(args.ckpt_iter)
-    path = find_checkpoint(directory, ckpt_iter)
-    if path is None:
-        sys.exit(f"error: no checkpoint {args.ckpt_iter!r} in {directory}")
-    return str(path)
+    steps = find_checkpoints(directory)
+    step = (steps[0] if steps else None) if args.ckpt_iter == "max" else int(args.ckpt_iter)
+    if step is None or step not in steps:
+        sys.exit(f"error: no checkpoint {args.ckpt_iter!r} in {directory} (found steps: {steps[:10]})")
+    return str(Path(directory) / f"{step}.pt")
 
 
 def main(argv=None) -> int:

@@ -219,6 +219,15 @@ def test_fetch_file_checks_a_given_hash(tmp_path):
 def test_fetch_file_downloads_a_url_into_the_cache(server, monkeypatch):
     monkeypatch.setenv("ZOO_MIRROR", "/nonexistent")  # a user URL is not redirected to the mirror
     path = fetch_file(f"{server.url}/{NAME}", sha256=SHA, progress=False)
-    assert path == cache_dir() / NAME and path.read_bytes() == DATA
+    assert path.parent == cache_dir() and path.name.endswith("-" + NAME) and path.read_bytes() == DATA
     named = fetch_file(f"{server.url}/{NAME}", file_name="renamed.pt", progress=False)
     assert named == cache_dir() / "renamed.pt" and named.read_bytes() == DATA
+
+
+def test_two_urls_with_the_same_file_name_do_not_share_a_cache_slot(server):
+    (server.root / "v2").mkdir()
+    (server.root / "v2" / NAME).write_bytes(b"other release")
+    first = fetch_file(f"{server.url}/{NAME}", progress=False)
+    second = fetch_file(f"{server.url}/v2/{NAME}", progress=False)
+    assert first != second
+    assert first.read_bytes() == DATA and second.read_bytes() == b"other release"

@@ -82,7 +82,8 @@ def fetch_asset(asset: ReleaseAsset, *, progress: bool = True) -> pathlib.Path:
 def fetch_file(source: str, *, file_name: Optional[str] = None, sha256: Optional[str] = None,
                progress: bool = True) -> pathlib.Path:
     """A user-given checkpoint: a local path or ``file://`` URL is checked and returned as-is (no copy); an
-    ``http(s)`` URL is downloaded into the cache under ``file_name`` or the URL's base name."""
+    ``http(s)`` URL is downloaded into the cache under ``file_name``, or else under the URL's base name prefixed
+    with the first hex digits of the URL's sha256 (two URLs ending in the same name never share a cache slot)."""
     if not source.startswith(("http://", "https://")):
         path = _local_path(source)
         if not path.is_file() or path.stat().st_size == 0:
@@ -91,7 +92,10 @@ def fetch_file(source: str, *, file_name: Optional[str] = None, sha256: Optional
         if sha256:
             _check_pin(path, path.name, sha256, str(path))
         return path
-    name = file_name or os.path.basename(unquote(urlparse(source).path))
+    if file_name is None:
+        url_key = hashlib.sha256(source.encode()).hexdigest()[:8]
+        file_name = f"url{url_key}-{os.path.basename(unquote(urlparse(source).path))}"
+    name = file_name
     return _fetch(name, source, sha256, progress, origin=source)
 
 

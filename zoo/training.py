@@ -1,0 +1,317 @@
+"""A generic trainer for every model of the zoo: single process (CPU / one GPU) or DDP under ``torchrun``.
+
+A model only needs ``training_loss(batch, generator=None) -> scalar``; it may also offer
+``optimizer_param_groups(lr) -> list[dict]`` (e.g. a smaller lr for some S4 parameters).
+
+Resume is exact: everything random is a pure function of ``(seed, step)``, so 3 steps + resume + 3 steps give
+bit-identical weights and optimizer state to 6 straight steps (same world size and batch size):
+
+* epoch ``e`` visits the clips in ``DistributedSampler``'s permutation for ``(seed, e)`` (shuffled also on one
+  process, unlike upstream); on resume the batches of the current epoch already consumed are skipped;
+* every item is loaded with torch's CPU RNG seeded from ``(seed, epoch, index)`` (random crops);
+* step ``s`` on rank ``r`` passes ``generator=Generator(device).manual_seed(h(seed, s, r))`` to the loss and
+  re-seeds the global RNG from ``h(seed, s, r)`` (dropout and the like).
+
+Checkpoints ``{output_directory}/{step}.pt`` (``step`` = optimizer updates done) hold ``model_state_dict`` (no
+``module.`` prefix), ``optimizer_state_dict``, ``step``, ``lr``, ``seed``, ``world_size``, ``batch_size_per_gpu``
+and ``config``; they are written atomically and load with ``torch.load(..., weights_only=True)``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import warnings
+from typing import Callable, Optional
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from tqdm import tqdm
+
+from .models import build_model
+
+__all__ = ["train", "find_checkpoints", "load_checkpoint", "save_checkpoint", "lr_factor"]
+
+_CKPT = re.compile(r"^(\d+)\.pt$")
+
+
+def _mix(*parts) -> int:
+    """A 63-bit seed from its parts, the same in every process (unlike ``hash``)."""
+    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
+
+
+# ----- checkpoints -----
+def find_checkpoints(directory: str) -> list[int]:
+    """Steps of the ``{step}.pt`` files in ``directory``, newest first (temporary files are ignored)."""
+    if not os.path.isdir(directory):
+        return []
+    return sorted((int(m.group(1)) for m in map(_CKPT.match, os.listdir(directory)) if m), reverse=True)
+
+
+def save_checkpoint(path: str, state: dict) -> None:
+    """``torch.save`` to a temporary file in the same folder, fsync, then ``os.replace``: never a partial file."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def load_checkpoint(directory: str, ckpt_iter) -> Optional[dict]:
+    """The checkpoint ``ckpt_iter`` selects: ``-1`` none; ``"max"`` the newest that loads (corrupt ones are
+    skipped with a warning); an int that exact step (an error if missing or unreadable)."""
+    if ckpt_iter in (-1, "-1", None):
+        return None
+    if str(ckpt_iter) != "max":
+        path = os.path.join(directory, f"{int(ckpt_iter)}.pt")
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"ckpt_iter={ckpt_iter}: checkpoint {path} not found")
+        return torch.load(path, map_location="cpu", weights_only=True)
+    steps = find_checkpoints(directory)
+    for step in steps:
+        path = os.path.join(directory, f"{step}.pt")
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # truncated (killed mid-save by an older writer), corrupt, foreign
+            warnings.warn(f"skipping unreadable checkpoint {path}: {type(e).__name__}: {e}")
+    if steps:
+        raise RuntimeError(f"none of the checkpoints in {directory} ({len(steps)} files) can be loaded; move them "
+                           "away or set train_config.ckpt_iter to -1 to start from scratch")
+    return None
+
+
+def lr_factor(step: int, lr_decay) -> float:
+    """Multiplier of the base lr at ``step``: product of ``factor`` over ``lr_decay`` entries with ``at <= step``.
+    ``lr_decay`` is ``None``, ``{"at": step, "factor": f}`` or a list of those."""
+    if not lr_decay:
+        return 1.0
+    factor = 1.0
+    for d in [lr_decay] if isinstance(lr_decay, dict) else lr_decay:
+        if step >= int(d["at"]):
+            factor *= float(d["factor"])
+    return factor
+
+
+# ----- data -----
+class _SeededItems(Dataset):
+    """``dataset[(index, seed)]`` = ``dataset[index]`` loaded with torch's CPU RNG seeded to ``seed``."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key):
+        index, seed = key
+        with torch.random.fork_rng(devices=[]):
+            torch.default_generator.manual_seed(seed)
+            return self.dataset[index]
+
+
+class _EpochBatches(Sampler):
+    """This rank's full batches of epoch ``epoch`` (``DistributedSampler`` order), the first ``skip`` dropped."""
+
+    def __init__(self, dataset: Dataset, batch_size: int, world_size: int, rank: int, seed: int):
+        self.sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed,
+                                          drop_last=True)
+        self.batch_size, self.seed, self.epoch, self.skip = batch_size, seed, 0, 0
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        self.sampler.set_epoch(epoch)
+        self.epoch, self.skip = epoch, skip
+
+    def __len__(self) -> int:
+        return len(self.sampler) // self.batch_size
+
+    def __iter__(self):
+        order = list(self.sampler)
+        for b in range(self.skip, len(self)):
+            chunk = order[b * self.batch_size:(b + 1) * self.batch_size]
+            yield [(i, _mix(self.seed, "item", self.epoch, i)) for i in chunk]
+
+
+class _LossModule(nn.Module):
+    """Routes ``forward`` to ``model.training_loss`` so that DDP sees the call and syncs gradients."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        return self.model.training_loss(batch, generator=generator)
+
+
+def _setup_distributed(config: dict):
+    """(world_size, rank, device); initialises the process group when launched by torchrun with WORLD_SIZE > 1."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return 1, 0, torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank)
+        device, backend = torch.device("cuda", local_rank), config.get("dist_config", {}).get("dist_backend", "nccl")
+    else:
+        device, backend = torch.device("cpu"), "gloo"
+    dist.init_process_group(backend=backend, init_method="env://", world_size=world_size, rank=rank)
+    return world_size, rank, device
+
+
+def _require(section: dict, name: str, key: str):
+    if key not in section:
+        raise KeyError(f"config {name} lacks {key!r}")
+    return section[key]
+
+
+def train(config: dict, *, model_builder: Callable[[dict], nn.Module] = build_model,
+          dataset: Optional[Dataset] = None, device: Optional[str] = None, progress: bool = True) -> dict:
+    """Train the model ``model_builder(config)`` as ``config['train_config']`` says (see the module docstring).
+
+    Args:
+        dataset: items ``[1, L]`` (default: :class:`zoo.data.AudioClipDataset` from ``trainset_config``).
+        device: overrides the automatic choice (CUDA if available, else CPU) in a single process.
+        progress: show the tqdm bar (rank 0 only).
+    Returns:
+        ``{"step": final step, "losses": this rank's loss at every step run here, "checkpoint": last path}``.
+    """
+    tc = config["train_config"]
+    out_dir = _require(tc, "train_config", "output_directory")
+    n_iters, lr = int(_require(tc, "train_config", "n_iters")), float(_require(tc, "train_config", "learning_rate"))
+    batch_size = int(_require(tc, "train_config", "batch_size_per_gpu"))
+    iters_per_ckpt, iters_per_log = int(tc.get("iters_per_ckpt", 10000)), int(tc.get("iters_per_logging", 100))
+    seed, num_workers, grad_clip = int(tc.get("seed", 0)), int(tc.get("num_workers", 2)), tc.get("grad_clip")
+
+    world_size, rank, auto_device = _setup_distributed(config)
+    distributed = world_size > 1
+    device = torch.device(device) if device is not None and not distributed else auto_device
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    try:
+        if dataset is None:
+            from .data import AudioClipDataset
+
+            ts = config["trainset_config"]
+            dataset = AudioClipDataset(ts["data_path"], ts["segment_length"], ts["sampling_rate"],
+                                       random_crop=ts.get("random_crop", True))
+        batches = _EpochBatches(dataset, batch_size, world_size, rank, seed)
+        if len(batches) == 0:
+            raise ValueError(f"{len(dataset)} clips are fewer than one batch of {batch_size} per process "
+                             f"× {world_size} processes")
+        loader = DataLoader(_SeededItems(dataset), batch_sampler=batches, num_workers=num_workers,
+                            pin_memory=device.type == "cuda", persistent_workers=num_workers > 0)
+
+        torch.manual_seed(seed)
+        model = model_builder(config).to(device)
+        groups = model.optimizer_param_groups(lr) if hasattr(model, "optimizer_param_groups") else model.parameters()
+        optimizer = torch.optim.Adam(groups, lr=lr)
+
+        # rank 0 picks the checkpoint; every rank loads that same step (the folder must be shared)
+        ckpt = load_checkpoint(out_dir, tc.get("ckpt_iter", "max")) if rank == 0 else None
+        if distributed:
+            box = [None if ckpt is None else int(ckpt["step"])]
+            dist.broadcast_object_list(box, src=0)
+            if rank != 0 and box[0] is not None:
+                ckpt = load_checkpoint(out_dir, box[0])
+        step, last_path = 0, None
+        if ckpt is not None:
+            model.load_state_dict(ckpt["model_state_dict"])
+            optimizer.load_state_dict(ckpt["optimizer_state_dict"])
+            step = int(ckpt["step"])
+            last_path = os.path.join(out_dir, f"{step}.pt")
+            saved = (ckpt.get("world_size"), ckpt.get("batch_size_per_gpu"), ckpt.get("seed"))
+            if saved != (world_size, batch_size, seed):
+                warnings.warn("resuming with another world size, batch size or seed: the data order differs from "
+                              "an uninterrupted run")
+            if rank == 0:
+                print(f"resumed from {last_path} at step {step}")
+        del ckpt
+        for g in optimizer.param_groups:  # lr before lr_decay (restored from the checkpoint on resume)
+            g.setdefault("base_lr", g["lr"])
+
+        net = _LossModule(model)
+        if distributed:
+            # DiffWave's last residual block never uses its res_conv, so unused parameters are the norm here
+            net = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None,
+                                          find_unused_parameters=bool(tc.get("find_unused_parameters", True)))
+        writer = _tensorboard(tc.get("tensorboard_directory")) if rank == 0 else None
+        bar = tqdm(total=n_iters, initial=step, desc="train", dynamic_ncols=True, disable=rank != 0 or not progress)
+
+        losses, pending = [], []
+        saved_config = json.loads(json.dumps(config, default=str))  # primitives only: loads with weights_only
+        model.train()
+        while step < n_iters:
+            epoch, skip = divmod(step, len(batches))
+            batches.set_epoch(epoch, skip)
+            for batch in loader:
+                factor = lr_factor(step, tc.get("lr_decay"))
+                for g in optimizer.param_groups:
+                    g["lr"] = g["base_lr"] * factor
+                torch.manual_seed(_mix(seed, "global", step, rank))
+                gen = torch.Generator(device).manual_seed(_mix(seed, "step", step, rank))
+                loss = net(batch.to(device, non_blocking=True), generator=gen)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if grad_clip is not None:
+                    nn.utils.clip_grad_norm_(model.parameters(), float(grad_clip))
+                optimizer.step()
+                step += 1
+                pending.append(loss.detach())
+                bar.update(1)
+
+                if step % iters_per_log == 0 or step == n_iters:
+                    window = torch.stack(pending)
+                    losses += window.tolist()
+                    mean = window.mean()
+                    if distributed:
+                        dist.all_reduce(mean)
+                        mean /= world_size
+                    pending = []
+                    if rank == 0:
+                        cur_lr = optimizer.param_groups[0]["lr"]
+                        bar.set_postfix(loss=f"{mean.item():.5f}")
+                        tqdm.write(f"step {step}: loss {mean.item():.6f} lr {cur_lr:.3g}")
+                        if writer is not None:
+                            writer.add_scalar("train/loss", mean.item(), step)
+                            writer.add_scalar("train/lr", cur_lr, step)
+                if step % iters_per_ckpt == 0 or step == n_iters:
+                    last_path = os.path.join(out_dir, f"{step}.pt")
+                    if rank == 0:
+                        save_checkpoint(last_path, {
+                            "model_state_dict": model.state_dict(), "optimizer_state_dict": optimizer.state_dict(),
+                            "step": step, "lr": optimizer.param_groups[0]["lr"], "seed": seed,
+                            "world_size": world_size, "batch_size_per_gpu": batch_size, "config": saved_config})
+                        tqdm.write(f"saved {last_path}")
+                    if distributed:
+                        dist.barrier()
+                if step >= n_iters:
+                    break
+        bar.close()
+        if writer is not None:
+            writer.close()
+        return {"step": step, "losses": losses, "checkpoint": last_path}
+    finally:
+        if distributed and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _tensorboard(directory: Optional[str]):
+    if not directory:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except Exception as e:  # tensorboard not installed
+        warnings.warn(f"TensorBoard logging disabled ({type(e).__name__}: {e}); pip install tensorboard")
+        return None
+    return SummaryWriter(directory)
