@@ -35,3 +35,42 @@ def diffwave_sc09(pretrained=True, progress=True, device=None, checkpoint=None):
 
     return load_model("diffwave_sc09", build_diffwave, sc09_config(), pretrained=pretrained, progress=progress,
                       device=device, checkpoint=checkpoint)
+
+
+def _sashimi(name, pretrained, progress, device, checkpoint):
+    from sashimi import build_sashimi, sc09_config
+    from zoo.hub import load_model
+
+    return load_model(name, build_sashimi, sc09_config(), pretrained=pretrained, progress=progress, device=device,
+                      checkpoint=checkpoint)
+
+
+_SASHIMI_DOC = """DiffWave with the SaShiMi (S4) U-Net backbone (Goel et al. 2022), unconditional SC09 digits at 16 kHz,
+    RF5/DiffWave-unconditional release v0.2 after {steps} training steps (23.5M parameters, T = 200).
+
+    Runs exactly on CPU and GPU: the S4 Cauchy kernel uses the CUDA extension, pykeops or pure PyTorch, whichever is
+    available (``ZOO_CAUCHY_BACKEND`` forces one), and the 30 S4 convolution kernels are computed once per length
+    and device in eval mode, then reused by every sampler step.
+
+    Returns an ``UnconditionalWaveDiffusion`` with the same API as ``diffwave_sc09``:
+    ``unconditional_generate(N, sampler=..., steps=...)`` -> ``[N, 16000]``, ``denoiser(x [B,1,L], t [B])``,
+    ``generate_from_latent``, ``z2w``, ``generate_from_w``.
+
+    Example::
+
+        model = torch.hub.load('owner/repo', '{name}')
+        audio = model.unconditional_generate(2, sampler='dpm-solver++', steps=20)   # [2, 16000]
+        torchaudio.save('digit.wav', audio[:1], model.sample_rate)
+    """
+
+
+def sashimi_diffwave_500k_sc09(pretrained=True, progress=True, device=None, checkpoint=None):
+    return _sashimi("sashimi_diffwave_500k_sc09", pretrained, progress, device, checkpoint)
+
+
+def sashimi_diffwave_800k_sc09(pretrained=True, progress=True, device=None, checkpoint=None):
+    return _sashimi("sashimi_diffwave_800k_sc09", pretrained, progress, device, checkpoint)
+
+
+sashimi_diffwave_500k_sc09.__doc__ = _SASHIMI_DOC.format(steps="500k", name="sashimi_diffwave_500k_sc09")
+sashimi_diffwave_800k_sc09.__doc__ = _SASHIMI_DOC.format(steps="800k", name="sashimi_diffwave_800k_sc09")

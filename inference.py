@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 # config "model" family -> default entrypoint
-DEFAULT_ENTRYPOINT = {"diffwave": "diffwave_sc09"}
+DEFAULT_ENTRYPOINT = {"diffwave": "diffwave_sc09", "sashimi": "sashimi_diffwave_800k_sc09"}
 
 
 def parse_args(argv=None) -> argparse.Namespace:

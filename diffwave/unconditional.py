@@ -66,6 +66,11 @@ class UnconditionalWaveDiffusion(nn.Module):
         x_t = self.schedule.add_noise(x0, eps, t)
         return F.mse_loss(self.denoiser(x_t, t), eps)
 
+    def optimizer_param_groups(self, lr: float) -> list[dict]:
+        """Parameter groups for the optimizer: the backbone's own (S4 layers have their own settings) or one group."""
+        groups = getattr(self.backbone, "optimizer_param_groups", None)
+        return groups(lr) if groups is not None else [{"params": list(self.parameters()), "lr": lr}]
+
     # ----- generation -----
     def _eps_fn(self, x: torch.Tensor, t: int) -> torch.Tensor:
         # RF5 passes the step as a float [B, 1] tensor

@@ -46,6 +46,18 @@ MANIFEST: dict[str, ReleaseAsset] = {
         source="RF5/DiffWave-unconditional release v0.1 (philsyn 1M-step SC09 checkpoint)",
         meta={"parameters": 24_071_681, "steps": 1_000_000, "sample_rate": 16000, "dataset": "SC09"},
     ),
+    **{
+        f"sashimi_diffwave_{k}k_sc09": ReleaseAsset(
+            url=f"{RF5_RELEASES}/v0.2/sashimi_sc09_{k}k_steps.pt",
+            file_name=f"sashimi_sc09_{k}k_steps.pt",
+            format="rf5",
+            sha256=None,
+            licence="unspecified by upstream (RF5/DiffWave-unconditional)",
+            source=f"RF5/DiffWave-unconditional release v0.2, SaShiMi-DiffWave trained {k}k steps on SC09",
+            meta={"parameters": 23_478_785, "steps": k * 1000, "sample_rate": 16000, "dataset": "SC09"},
+        )
+        for k in (500, 800)
+    },
 }
 
 

@@ -8,6 +8,7 @@ import torch.nn as nn
 # config "model" name -> "module:builder"; each builder takes the whole config dict and returns an untrained model
 BUILDERS: dict[str, str] = {
     "diffwave": "diffwave:build_diffwave",
+    "sashimi": "sashimi:build_sashimi",
 }
 
 
