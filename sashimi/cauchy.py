@@ -18,8 +18,9 @@ Three interchangeable backends compute it:
     (a custom :class:`torch.autograd.Function` recomputes the chunks instead of saving them).
 
 With ``backend=None`` the backend is picked by :func:`select_backend`: the environment variable
-``ZOO_CAUCHY_BACKEND`` if set, else ``'cuda'`` if applicable and importable, else ``'keops'`` if pykeops
-works on the device, else ``'torch'``. The first use of each (backend, device) pair is logged once at
+``ZOO_CAUCHY_BACKEND`` if set; else, for CUDA tensors, ``'cuda'`` if importable, then ``'keops'`` if pykeops
+works on the GPU, then ``'torch'``; for CPU tensors ``'torch'``, which measured faster than pykeops' CPU
+backend here (``benchmarks/bench_cauchy.py``) and needs no compilation (pykeops stays available explicitly). The first use of each (backend, device) pair is logged once at
 INFO level on the ``sashimi.cauchy`` logger.
 """
 from __future__ import annotations
@@ -31,16 +32,20 @@ from typing import Optional, Union
 
 import torch
 
-__all__ = ["cauchy", "available_backends", "select_backend", "BACKENDS", "CHUNK_BYTES", "ENV_VAR"]
+__all__ = ["cauchy", "available_backends", "select_backend", "BACKENDS", "CHUNK_BYTES", "CUDA_MAX_N", "ENV_VAR"]
 
 logger = logging.getLogger("sashimi.cauchy")
 
-#: Backends in order of preference.
+#: All backends.
 BACKENDS = ("cuda", "keops", "torch")
+#: Automatic choice per device type, in order of preference.
+PREFERENCE = {"cuda": ("cuda", "keops", "torch"), "cpu": ("torch",)}
 #: Environment variable that forces a backend ("cuda", "keops" or "torch"; "" or "auto" = automatic).
 ENV_VAR = "ZOO_CAUCHY_BACKEND"
 #: Upper bound, in bytes, on any one (groups, N, nodes) intermediate of the torch backend.
 CHUNK_BYTES = 32 * 2 ** 20
+#: Largest N (modes per row) the compiled 'cuda' extension accepts.
+CUDA_MAX_N = 1024
 
 _INSTALL_HINT = {
     "cuda": ("the 'cuda' Cauchy backend needs the compiled extension `cauchy_mult`: install it with "
@@ -100,16 +105,22 @@ def _keops_works(device: torch.device) -> tuple[bool, str]:
                 raise RuntimeError("pykeops was set up without CUDA (no CUDA libraries / nvrtc found)")
         elif device.type != "cpu":
             raise RuntimeError(f"pykeops does not support device type {device.type!r}")
-        v = torch.randn(2, 3, dtype=torch.complex64, device=device)
-        w = torch.randn(2, 3, dtype=torch.complex64, device=device) - 1
-        z = torch.randn(5, dtype=torch.complex64, device=device) * 1j
-        got = _cauchy_keops(v, z, w)
-        ref = _cauchy_naive(v, z, w)
+        # fixed probe values (the global RNG is left alone)
+        t = torch.arange(6, dtype=torch.float32).reshape(2, 3)
+        v = torch.complex(torch.cos(t), torch.sin(2 * t)).to(device)
+        w = torch.complex(-0.5 - 0.1 * t, 3 * torch.cos(t)).to(device)
+        z = torch.complex(torch.zeros(5), torch.linspace(-4, 4, 5)).to(device)
+        with torch.no_grad():
+            got = _cauchy_keops(v, z, w)
+            ref = _cauchy_naive(v, z, w)
         if not torch.allclose(got, ref, rtol=1e-4, atol=1e-5):
             raise RuntimeError("pykeops returned wrong values on a probe input")
         status = (True, "")
     except Exception as exc:
         status = (False, f"{type(exc).__name__}: {exc}")
+        if not (isinstance(exc, ImportError) and "pykeops" in str(exc)):
+            logger.warning("pykeops is installed but does not work on %s, so it is not used there: %s",
+                           device, status[1])
     with _lock:
         _keops_status[key] = status
     return status
@@ -147,7 +158,7 @@ def select_backend(device: Union[torch.device, str, None], dtype: torch.dtype = 
 
     ``backend`` (or else the environment variable ``ZOO_CAUCHY_BACKEND``) forces a backend; an unknown
     name raises ``ValueError`` and an unusable one ``RuntimeError`` saying how to install it. Otherwise the
-    first usable of 'cuda', 'keops', 'torch' is returned.
+    first usable backend of :data:`PREFERENCE` for the device type is returned.
     """
     device = _as_device(device)
     dtype = _complex_dtype(dtype)
@@ -166,10 +177,10 @@ def select_backend(device: Union[torch.device, str, None], dtype: torch.dtype = 
             raise RuntimeError(f"Cauchy backend {name!r} (from the {source}) is not usable on {device} "
                                f"with {dtype}: {reason}. Note: {_INSTALL_HINT[name]}.")
         return name
-    for name in BACKENDS:
+    for name in PREFERENCE.get(device.type, ("torch",)):
         if _check_backend(name, device, dtype)[0]:
             return name
-    return "torch"  # unreachable: 'torch' is always usable
+    return "torch"
 
 
 def _log_once(name: str, device: torch.device) -> None:
@@ -223,6 +234,9 @@ def cauchy(v: torch.Tensor, z: torch.Tensor, w: torch.Tensor, *, backend: Option
     if not (v.device == w.device == z.device):
         raise ValueError(f"v, w and z must be on one device, got {v.device}, {w.device}, {z.device}")
     name = select_backend(v.device, dtype, backend)
+    if name == "cuda" and v.shape[-1] > CUDA_MAX_N:
+        raise ValueError(f"the 'cuda' Cauchy backend supports N <= {CUDA_MAX_N} modes, got N={v.shape[-1]}; "
+                         f"use backend='torch' or 'keops' (or {ENV_VAR}=torch)")
     _log_once(name, _as_device(v.device))
     if name == "torch":
         out = _cauchy_torch(v, z, w)
