@@ -74,3 +74,33 @@ def sashimi_diffwave_800k_sc09(pretrained=True, progress=True, device=None, chec
 
 sashimi_diffwave_500k_sc09.__doc__ = _SASHIMI_DOC.format(steps="500k", name="sashimi_diffwave_500k_sc09")
 sashimi_diffwave_800k_sc09.__doc__ = _SASHIMI_DOC.format(steps="800k", name="sashimi_diffwave_800k_sc09")
+
+
+def diffsinger_decoder(pretrained=True, progress=True, device=None, checkpoint=None,
+                       release="0228_opencpop_ds100_rel"):
+    """DiffSinger (Liu et al. 2022) shallow-diffusion mel decoder: FastSpeech2 condition -> 80-bin log-mel, 24 kHz.
+
+    The 15.1M-parameter WaveNet denoiser (DiffNet: 20 layers, 256 channels) with its Gaussian diffusion, from the
+    MoonInTheRiver/DiffSinger releases (tag ``pretrain-model``). ``release`` picks one:
+    ``'0228_opencpop_ds100_rel'`` (default; Opencpop, 100 steps, gaussian start),
+    ``'0831_opencpop_ds1000'`` (Opencpop, 1000 steps, PNDM speedup 40) or
+    ``'popcs_ds_beta6_offline_pmf0_1230'`` (PopCS, shallow diffusion from a FastSpeech2 mel, K_step 51).
+    Hyperparameters come from the release's ``config.yaml``. ``checkpoint`` may be a release zip, a folder or a
+    ``model_ckpt_steps_*.ckpt`` (its ``model.fs2.*`` weights are ignored). The Opencpop weights are for
+    non-commercial use (dataset licence).
+
+    Returns a ``DiffSingerDecoder`` in eval mode:
+    ``model(condition [B,T,256], sampler='pndm'|'ddpm'|'ddim'|'dpm-solver++', speedup=None, steps=None,
+    generator=None, x_start=None, depth=None)`` -> mel ``[B,T,80]`` (de-normalised log-mel);
+    ``denoiser(spec [B,1,80,T], t [B], cond [B,256,T])`` -> ``[B,1,80,T]``; ``sample_rate`` (24000),
+    ``hop_size`` (128), ``K_step``, ``schedule``.
+
+    Example::
+
+        model = torch.hub.load('owner/repo', 'diffsinger_decoder')
+        mel = model(condition, sampler='pndm', speedup=10, generator=torch.Generator().manual_seed(0))
+        mel = model(condition, x_start=fs2_mel, depth=60)   # shallow diffusion from a FastSpeech2 mel
+    """
+    from svs.diffsinger.release import load_decoder
+
+    return load_decoder(release, pretrained=pretrained, progress=progress, device=device, checkpoint=checkpoint)

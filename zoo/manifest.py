@@ -58,6 +58,32 @@ MANIFEST: dict[str, ReleaseAsset] = {
         )
         for k in (500, 800)
     },
+    # DiffSinger mel decoders (MoonInTheRiver/DiffSinger, GitHub release tag "pretrain-model"): zips holding one
+    # folder with config.yaml + model_ckpt_steps_<N>.ckpt; read by svs.diffsinger.release (entrypoint
+    # diffsinger_decoder, keyword release=...). Hashes unknown: trust on first use.
+    **{
+        f"diffsinger_{name}": ReleaseAsset(
+            url=f"https://github.com/MoonInTheRiver/DiffSinger/releases/download/pretrain-model/{name}.zip",
+            file_name=f"{name}.zip",
+            format="diffsinger-zip",
+            sha256=None,
+            licence=licence,
+            source=f"MoonInTheRiver/DiffSinger release pretrain-model, {name}.zip ({about})",
+            meta={"sample_rate": 24000, "hop_size": 128, "mel_bins": 80, "decoder_parameters": 15_086_416,
+                  **meta},
+        )
+        for name, about, licence, meta in (
+            ("0228_opencpop_ds100_rel", "Opencpop, MIDI end-to-end DiffSinger, gaussian start",
+             "non-commercial: trained on Opencpop (CC BY-NC-ND 4.0 per third-party notes); code MIT",
+             {"dataset": "Opencpop", "timesteps": 100, "K_step": 100, "max_beta": 0.06, "training_steps": 160_000}),
+            ("popcs_ds_beta6_offline_pmf0_1230", "PopCS, the paper's shallow-diffusion model",
+             "unspecified by upstream (code MIT; PopCS dataset terms apply)",
+             {"dataset": "PopCS", "timesteps": 100, "K_step": 51, "max_beta": 0.06}),
+            ("0831_opencpop_ds1000", "Opencpop, MIDI end-to-end, 1000 steps for PNDM",
+             "non-commercial: trained on Opencpop (CC BY-NC-ND 4.0 per third-party notes); code MIT",
+             {"dataset": "Opencpop", "timesteps": 1000, "K_step": 1000, "max_beta": 0.02, "pndm_speedup": 40}),
+        )
+    },
 }
 
 

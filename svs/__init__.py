@@ -1,0 +1,1 @@
+"""Singing-voice synthesis models of the zoo (DiffSinger, …)."""
