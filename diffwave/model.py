@@ -5,17 +5,21 @@ Forward: ``x [B, 1, L]`` noisy audio and ``t [B]`` step indices -> ``eps [B, 1, 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
+
+from zoo.config import ConfigSection
 
 from .layers import Conv, WeightNormConv1d, ZeroConv1d, embed_steps
 
 
 @dataclass
-class WaveNetConfig:
+class WaveNetConfig(ConfigSection):
     """``wavenet_config`` of the RF5/philsyn ``config.json`` (SC09 values as defaults)."""
+
+    SECTION = "wavenet_config"
 
     in_channels: int = 1
     res_channels: int = 256
@@ -26,16 +30,6 @@ class WaveNetConfig:
     diffusion_step_embed_dim_in: int = 128
     diffusion_step_embed_dim_mid: int = 512
     diffusion_step_embed_dim_out: int = 512
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "WaveNetConfig":
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown wavenet_config fields: {sorted(unknown)}")
-        return cls(**d)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 class ResidualBlock(nn.Module):

@@ -5,11 +5,13 @@ and lengths L -> L/4 -> L/16 for the SC09 configuration; every state-dict key st
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
 import torch.nn as nn
+
+from zoo.config import ConfigSection
 
 from diffwave.layers import Conv, ZeroConv1d, embed_steps, weight_norm_weight
 
@@ -17,8 +19,10 @@ from .s4 import S4, TransposedLinear
 
 
 @dataclass
-class SashimiConfig:
+class SashimiConfig(ConfigSection):
     """Architecture of RF5's ``DiffusionConfig`` (SC09 values as defaults)."""
+
+    SECTION = "sashimi_config"
 
     d_model: int = 128
     n_layers: int = 6
@@ -33,16 +37,6 @@ class SashimiConfig:
     diffusion_step_embed_dim_mid: int = 512
     diffusion_step_embed_dim_out: int = 512
     ssm_lr_max: float = 1e-3        # the SSM parameters train at min(lr, ssm_lr_max), without weight decay
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "SashimiConfig":
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown sashimi_config fields: {sorted(unknown)}")
-        return cls(**d)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 class WeightNormTransposedLinear(TransposedLinear):

@@ -7,6 +7,7 @@ import threading
 from urllib.parse import unquote, urlparse
 
 import pytest
+import torch
 import torch.hub
 
 
@@ -75,3 +76,13 @@ def isolated_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.delenv("ZOO_MIRROR", raising=False)
     monkeypatch.delenv("ZOO_OFFLINE", raising=False)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Small tensors: intra-op threads only add OpenMP spin-waits on a busy 2-core machine (5 s became 25 s).
+    Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -40,13 +40,7 @@ TINY = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: intra-op threads only cost (OpenMP spin-waits on a busy 2-core machine turn 5 s into 25 s)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def random_state(decoder: DiffSingerDecoder, seed: int) -> dict[str, torch.Tensor]:

@@ -20,13 +20,7 @@ DS = DiscreteSchedule(BETAS64)
 SC09 = DiscreteSchedule.linear(200, 1e-4, 0.02)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small tensors: intra-op threads only add OpenMP spin-waits on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def upstream_buffers(betas: np.ndarray) -> dict:

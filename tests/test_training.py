@@ -22,13 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 SEG, SR = 256, 16000
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The models here are tiny: one intra-op thread is faster and immune to oversubscribed cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_config(tmp_path: Path, data_path, **train_overrides) -> dict:
