@@ -104,3 +104,28 @@ def diffsinger_decoder(pretrained=True, progress=True, device=None, checkpoint=N
     from svs.diffsinger.release import load_decoder
 
     return load_decoder(release, pretrained=pretrained, progress=progress, device=device, checkpoint=checkpoint)
+
+
+def diffsinger_hifigan(pretrained=True, progress=True, device=None, checkpoint=None):
+    """DiffSinger's singing vocoder (HifiGAN-Singing with the hn-NSF harmonic source): 80-bin log-mel (+ f0) ->
+    24 kHz waveform, hop 128.
+
+    The HiFi-GAN generator of MoonInTheRiver/DiffSinger release ``0109_hifigan_bigpopcs_hop128.zip`` (tag
+    ``pretrain-model``, ~70 h of singing, 280k steps); hyperparameters come from the release's ``config.yaml``.
+    ``checkpoint`` may be a release zip, a folder (e.g. with the longer-trained ``model_ckpt_steps_1512000.ckpt``:
+    the highest step is used) or a ``model_ckpt_steps_*.ckpt``.
+
+    Returns a ``DiffSingerHifiGAN`` in eval mode:
+    ``model(mel [B,T,80], f0=None [B,T] Hz, generator=None)`` -> ``[B, T*128]`` waveform in [-1, 1];
+    ``generator`` (the upstream ``HifiGanGenerator``, ``[B,80,T]`` -> ``[B,1,T*128]``), ``sample_rate`` (24000),
+    ``hop_size`` (128), ``use_nsf``.
+
+    Example::
+
+        decoder = torch.hub.load('owner/repo', 'diffsinger_decoder')
+        vocoder = torch.hub.load('owner/repo', 'diffsinger_hifigan')
+        wav = vocoder(decoder(condition), f0=f0)             # [B, T*128] at 24 kHz
+    """
+    from svs.diffsinger.vocoder import load_vocoder
+
+    return load_vocoder(pretrained=pretrained, progress=progress, device=device, checkpoint=checkpoint)

@@ -15,7 +15,7 @@ from zoo.config import ConfigSection
 
 from diffwave.layers import Conv, ZeroConv1d, embed_steps, weight_norm_weight
 
-from .s4 import S4, TransposedLinear
+from .s4 import S4, TransposedLinear, linear_over_channels
 
 
 @dataclass
@@ -50,8 +50,7 @@ class WeightNormTransposedLinear(TransposedLinear):
         self.weight_g = nn.Parameter(v.norm(dim=1, keepdim=True))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = weight_norm_weight(self.weight_g, self.weight_v)
-        return torch.matmul(w.to(x.dtype), x) + self.bias.to(x.dtype)
+        return linear_over_channels(x, weight_norm_weight(self.weight_g, self.weight_v), self.bias)
 
 
 class ChannelLayerNorm(nn.LayerNorm):

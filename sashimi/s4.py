@@ -107,6 +107,12 @@ class SSKernelNPLR(nn.Module):
         return k[-1, ..., :L].float()
 
 
+def linear_over_channels(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """``weight @ x + bias`` for ``x [B, in, L]``, ``weight [out, in]``, ``bias [out, 1]``, as a 1x1 convolution
+    (oneDNN fuses the bias and, on AVX-512 CPUs, runs faster than ``matmul``)."""
+    return F.conv1d(x, weight.unsqueeze(-1).to(x.dtype), bias.squeeze(-1).to(x.dtype))
+
+
 class TransposedLinear(nn.Module):
     """Linear map over the channel axis: ``x [..., in, L] -> [..., out, L]``; ``weight [out, in]``, ``bias [out, 1]``."""
 
@@ -117,7 +123,7 @@ class TransposedLinear(nn.Module):
         self.bias = nn.Parameter(layer.bias.detach().clone().unsqueeze(-1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.matmul(self.weight.to(x.dtype), x) + self.bias.to(x.dtype)
+        return linear_over_channels(x, self.weight, self.bias)
 
 
 class S4(nn.Module):

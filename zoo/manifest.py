@@ -84,6 +84,21 @@ MANIFEST: dict[str, ReleaseAsset] = {
              {"dataset": "Opencpop", "timesteps": 1000, "K_step": 1000, "max_beta": 0.02, "pndm_speedup": 40}),
         )
     },
+    # DiffSinger's singing vocoder (HifiGAN-Singing with NSF, 24 kHz / hop 128, ~70 h of singing): a zip holding a
+    # folder with config.yaml + model_ckpt_steps_280000.ckpt (generator at state_dict['model_gen']); read by
+    # svs.diffsinger.vocoder (entrypoint diffsinger_hifigan). Hash unknown: trust on first use.
+    "diffsinger_hifigan": ReleaseAsset(
+        url="https://github.com/MoonInTheRiver/DiffSinger/releases/download/pretrain-model/"
+            "0109_hifigan_bigpopcs_hop128.zip",
+        file_name="0109_hifigan_bigpopcs_hop128.zip",
+        format="diffsinger-zip",
+        sha256=None,
+        licence="unspecified by upstream (code MIT; trained on PopCS and other singing data)",
+        source="MoonInTheRiver/DiffSinger release pretrain-model, 0109_hifigan_bigpopcs_hop128.zip "
+               "(HifiGAN-Singing with NSF)",
+        meta={"sample_rate": 24000, "hop_size": 128, "mel_bins": 80, "training_steps": 280_000,
+              "generator_parameters": 13_683_980, "nsf": True},
+    ),
 }
 
 
