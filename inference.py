@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import time
 from pathlib import Path
@@ -35,6 +36,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, help="clips per forward pass (default: all at once)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 … (default: CUDA if available)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--keep-default-malloc", action="store_true",
+                   help="do not keep large CPU allocations on the heap (by default they are: ~2x faster at batch>1)")
     return p.parse_args(argv)
 
 
@@ -56,6 +59,11 @@ def resolve_checkpoint(args, config: dict):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")   # e.g. the Cauchy backend in use
+    if not args.keep_default_malloc:
+        from zoo.cpu import keep_large_allocations_on_heap
+
+        keep_large_allocations_on_heap()
     config = json.loads(Path(args.config).read_text()) if args.config else {}
     model_name = args.model or DEFAULT_ENTRYPOINT.get(config.get("model", "diffwave"))
     import hubconf

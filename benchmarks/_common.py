@@ -75,6 +75,9 @@ def loadavg() -> Optional[tuple[float, float, float]]:
         return None
 
 
+_TIMING_ENV = ("OMP_", "MKL_", "MALLOC_", "GLIBC_TUNABLES", "ONEDNN_", "DNNL_", "THP_", "LD_PRELOAD")
+
+
 def machine_info() -> dict:
     """CPU, cores, torch version/threads, oneDNN, GPU and the current load average."""
     flags = cpu_flags()
@@ -89,6 +92,8 @@ def machine_info() -> dict:
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "python": platform.python_version(),
         "loadavg": loadavg(),
+        # settings that change CPU timings a lot (threads, allocator, oneDNN)
+        "env": {k: v for k, v in os.environ.items() if k.startswith(_TIMING_ENV)},
     }
     return info
 
@@ -99,13 +104,23 @@ def peak_rss_mb() -> float:
 
 
 def matmul_peak_gflops(dtype: torch.dtype = torch.float32, n: int = 2048, reps: int = 5,
-                       device: str = "cpu") -> float:
-    """Achieved GFLOP/s of an ``n x n @ n x n`` matmul (``2 n^3`` FLOPs), median of ``reps``."""
+                       device: str = "cpu", onednn: bool = False) -> float:
+    """Achieved GFLOP/s of an ``n x n @ n x n`` matmul (``2 n^3`` FLOPs), best of ``reps`` (a peak: the fastest
+    run is the one least disturbed by other load).
+
+    ``onednn=True`` (CPU): a oneDNN inner product on mkldnn tensors instead of ``torch.mm`` (MKL sgemm for fp32,
+    which takes its AVX2 path on AMD CPUs, whereas oneDNN, like the convolutions, uses AVX-512).
+    """
     a = torch.randn(n, n, device=device).to(dtype)
     b = torch.randn(n, n, device=device).to(dtype)
+    if onednn:
+        a, b = a.to_mkldnn(), b.to_mkldnn()
+        fn = lambda: torch._C._nn.mkldnn_linear(a, b, None)  # noqa: E731
+    else:
+        fn = lambda: torch.mm(a, b)  # noqa: E731
     with torch.inference_mode():
-        t, _ = median_time(lambda: torch.mm(a, b), reps=reps, warmup=2)
-    return 2 * n ** 3 / t / 1e9
+        _, times = median_time(fn, reps=reps, warmup=2)
+    return 2 * n ** 3 / min(times) / 1e9
 
 
 def print_table(rows: Sequence[Sequence[object]], header: Sequence[str]) -> None:

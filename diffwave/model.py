@@ -75,7 +75,7 @@ class ResidualGroup(nn.Module):
         skip = 0
         for block in self.residual_blocks:
             x, skip_n = block(x, emb)
-            skip = skip + skip_n
+            skip = skip + skip_n.float()      # fp32 sum also under bf16 autocast: halves the bf16 error
         return skip * math.sqrt(1.0 / len(self.residual_blocks))
 
 
