@@ -18,6 +18,7 @@ and ``config``; they are written atomically and load with ``torch.load(..., weig
 """
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import os
@@ -300,6 +301,12 @@ def train(config: dict, *, model_builder: Callable[[dict], nn.Module] = build_mo
         bar.close()
         if writer is not None:
             writer.close()
+        # release DDP (its reducer talks to the process group) before the group is destroyed, then leave together:
+        # a DDP object outliving destroy_process_group aborted a gloo rank at exit ("terminate called ...")
+        del net
+        gc.collect()
+        if distributed:
+            dist.barrier()
         return {"step": step, "losses": losses, "checkpoint": last_path}
     finally:
         if distributed and dist.is_initialized():
