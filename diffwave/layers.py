@@ -14,6 +14,16 @@ def weight_norm_weight(g: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     return v * (g / norm)
 
 
+def use_legacy_weight_norm(module: nn.Module) -> None:
+    """Replace ``module.weight`` by the parameters ``weight_v`` (its value) and ``weight_g`` (the norm of every
+    slice along the first dimension, shaped ``[out, 1, ...]``): the state-dict layout of the deprecated
+    ``torch.nn.utils.weight_norm(dim=0)``. The module's forward must then use :func:`weight_norm_weight`."""
+    v = module.weight.detach().clone()
+    del module.weight
+    module.weight_v = nn.Parameter(v)
+    module.weight_g = nn.Parameter(v.flatten(1).norm(dim=1).view(-1, *([1] * (v.ndim - 1))))
+
+
 class WeightNormConv1d(nn.Conv1d):
     """``nn.Conv1d`` with legacy weight normalisation: parameters ``weight_g [out,1,1]``, ``weight_v``, ``bias``.
 
@@ -23,10 +33,7 @@ class WeightNormConv1d(nn.Conv1d):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        v = self.weight.detach().clone()
-        del self.weight
-        self.weight_v = nn.Parameter(v)
-        self.weight_g = nn.Parameter(v.flatten(1).norm(dim=1).view(-1, 1, 1))
+        use_legacy_weight_norm(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._conv_forward(x, weight_norm_weight(self.weight_g, self.weight_v), self.bias)

@@ -13,7 +13,7 @@ import torch.nn as nn
 
 from zoo.config import ConfigSection
 
-from diffwave.layers import Conv, ZeroConv1d, embed_steps, weight_norm_weight
+from diffwave.layers import Conv, ZeroConv1d, embed_steps, use_legacy_weight_norm, weight_norm_weight
 
 from .s4 import S4, TransposedLinear, linear_over_channels
 
@@ -44,10 +44,7 @@ class WeightNormTransposedLinear(TransposedLinear):
 
     def __init__(self, d_input: int, d_output: int):
         super().__init__(d_input, d_output)
-        v = self.weight.detach().clone()
-        del self.weight
-        self.weight_v = nn.Parameter(v)
-        self.weight_g = nn.Parameter(v.norm(dim=1, keepdim=True))
+        use_legacy_weight_norm(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return linear_over_channels(x, weight_norm_weight(self.weight_g, self.weight_v), self.bias)

@@ -30,7 +30,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from diffwave.layers import WeightNormConv1d, weight_norm_weight
+from diffwave.layers import WeightNormConv1d, use_legacy_weight_norm, weight_norm_weight
 
 LRELU_SLOPE = 0.1
 #: upstream ``HifiGanGenerator`` fixes the number of harmonics above f0 of the NSF source
@@ -51,10 +51,7 @@ class WeightNormConvTranspose1d(nn.ConvTranspose1d):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        v = self.weight.detach().clone()
-        del self.weight
-        self.weight_v = nn.Parameter(v)
-        self.weight_g = nn.Parameter(v.flatten(1).norm(dim=1).view(-1, 1, 1))
+        use_legacy_weight_norm(self)
 
     def forward(self, x: torch.Tensor, output_size=None) -> torch.Tensor:
         return F.conv_transpose1d(x, weight_norm_weight(self.weight_g, self.weight_v), self.bias, self.stride,
