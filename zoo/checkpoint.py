@@ -58,9 +58,11 @@ def _read_safetensors(path: Path) -> Checkpoint:
     return Checkpoint(state, config, path)
 
 
-def _read_torch(path: Path) -> Checkpoint:
+def load_torch_file(path: str | os.PathLike):
+    """``torch.load(path, weights_only=True)`` on the CPU, with a :class:`CheckpointError` naming the file for a
+    truncated, corrupt or unsafe (non-tensor objects) file. Returns the unpickled object (dicts, tensors, numbers)."""
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         if "Weights only load failed" in str(e):
             raise CheckpointError(
@@ -72,6 +74,10 @@ def _read_torch(path: Path) -> Checkpoint:
         raise CheckpointError(f"{path}: cannot read the checkpoint, the file is truncated or corrupt "
                               f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
                               "delete it and download it again") from None
+
+
+def _read_torch(path: Path) -> Checkpoint:
+    obj = load_torch_file(path)
     if isinstance(obj, dict):
         for key in ("model_state_dict", "state_dict", "model"):
             if isinstance(obj.get(key), dict):

@@ -15,16 +15,14 @@ checkpoint is read with ``torch.load(weights_only=True)`` under that module's nu
 from __future__ import annotations
 
 import os
-import pickle
 import warnings
-import zipfile
 from pathlib import Path
 from typing import Optional
 
 import torch
 import torch.nn as nn
 
-from zoo.checkpoint import CheckpointError, load_state_dict_strict
+from zoo.checkpoint import CheckpointError, load_state_dict_strict, load_torch_file
 from zoo.download import fetch_asset
 from zoo.hub import resolve_device
 from zoo.manifest import get_asset
@@ -112,17 +110,8 @@ class DiffSingerHifiGAN(nn.Module):
 def read_generator_state(path: Path) -> dict[str, torch.Tensor]:
     """The generator state dict of an upstream vocoder checkpoint (``state_dict.model_gen``, a flat
     ``model_gen.``-prefixed ``state_dict``, or ``generator``), read with ``weights_only=True``."""
-    try:
-        with _numpy_scalars_allowed():
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        if "Weights only load failed" in str(err):
-            raise CheckpointError(f"{path}: the file holds Python objects other than tensors, which are not "
-                                  "unpickled for safety (weights_only=True)") from None
-        raise CheckpointError(f"{path}: corrupt checkpoint ({err}); delete it and download it again") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as err:
-        raise CheckpointError(f"{path}: cannot read the checkpoint, the file is truncated or corrupt "
-                              f"({type(err).__name__}); delete it and download it again") from None
+    with _numpy_scalars_allowed():
+        obj = load_torch_file(path)
     state = None
     if isinstance(obj, dict):
         sd = obj.get("state_dict")
